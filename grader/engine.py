@@ -1,0 +1,443 @@
+"""The grading engine: one submission notebook against a lab's hidden pytest checks, in isolation.
+
+    grade(lab, notebook=path) -> GradeReport
+
+The calling process stays clean (no check module, no CUDA context, no student code): each grade
+forks a trusted grading process that runs pytest on the lab's checks, and that process forks a
+zygote from which the submission process comes (grader/sandbox.py). The report travels back to
+the caller as JSON written by the trusted process, never by the submission.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import select
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from grader.errors import GaplabsError, LabFormatError
+from grader.notebook import CodeCell, graded_cells
+from grader.registry import Lab
+
+STATUSES = ("passed", "failed", "error", "timeout", "skipped")
+# Worst first: when a check has several pytest items, the worst outcome names the check's status.
+_SEVERITY = {"timeout": 0, "error": 1, "failed": 2, "skipped": 3, "passed": 4}
+MAX_MESSAGE = 1500
+
+
+@dataclass
+class CheckResult:
+    id: str
+    title: str
+    points: float
+    max_points: float
+    status: str
+    message: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass
+class GradeReport:
+    lab: str
+    lab_version: str
+    submission: str
+    device: str
+    score: float
+    max_score: float
+    passed: bool
+    duration_s: float
+    checks: list[CheckResult]
+    cell_errors: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    isolation: str = "unknown"
+    lab_error: str | None = None
+    output_tail: str = ""
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["checks"] = [asdict(check) for check in self.checks]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GradeReport:
+        fields = dict(data)
+        fields["checks"] = [CheckResult(**check) for check in data["checks"]]
+        return cls(**fields)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise GaplabsError("--device cuda was asked for, but torch sees no CUDA device", where="--device",
+                           fix="run on a machine with a GPU and a CUDA build of torch, or use --device cpu (or auto)")
+    if device not in ("cpu", "cuda"):
+        raise GaplabsError(f"unknown device {device!r}", where="--device", fix="use cpu, cuda or auto")
+    return device
+
+
+def check_files(lab: Lab) -> list[Path]:
+    files = sorted(lab.checks_dir.glob("test_*.py")) if lab.checks_dir.is_dir() else []
+    if not files:
+        raise LabFormatError(f"lab {lab.id!r} has no checks", where=str(lab.checks_dir),
+                             fix="add pytest files named test_*.py there (see docs/check-api.md)")
+    return files
+
+
+def preload(lab: Lab) -> None:
+    """Import what submissions need once, here, so every forked process shares it."""
+    for module in ["torch", "numpy", "grader.worker", "grader.channel", "pytest", *lab.spec.preload]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            pass  # the submission will see the ImportError itself, with its own message
+
+
+# -- the public entry point ---------------------------------------------------------------------
+def grade(lab: Lab, *, notebook: Path | None = None, cells: Sequence[CodeCell] | None = None,
+          extra_code: Sequence[str] = (), device: str = "auto", label: str | None = None,
+          num_threads: int | None = None, isolate: bool = True) -> GradeReport:
+    """Grade one notebook (or explicit cells) of `lab`. `extra_code` runs after the notebook's cells
+    (a mutant is graded as the solution plus the mutant's code). Never raises for anything the
+    submission does; raises GaplabsError for a missing or broken notebook or lab."""
+    started = time.monotonic()
+    spec = lab.spec
+    device = resolve_device(device)
+    if device not in spec.devices:
+        raise GaplabsError(f"lab {lab.id!r} does not run on {device}", where=f"{lab.dir / 'lab.yaml'}, key 'devices'",
+                           fix=f"use --device {' or '.join(spec.devices)}")
+    if cells is None:
+        if notebook is None:
+            raise GaplabsError("nothing to grade", fix="pass a notebook")
+        cells = graded_cells(notebook)
+    check_files(lab)
+    cell_payload = [{"index": cell.index, "source": cell.source, "label": f"cell {cell.index}"} for cell in cells]
+    for number, code in enumerate(extra_code, start=1):
+        cell_payload.append({"index": len(cell_payload) + 1000 + number, "source": code, "label": f"extra {number}"})
+    preload(lab)
+    submission_name = label or (str(notebook) if notebook is not None else "<cells>")
+    request = {"lab_dir": str(lab.dir), "lab_root": str(lab.root), "lab_origin": lab.origin, "cells": cell_payload,
+               "device": device, "submission": submission_name, "num_threads": num_threads, "isolate": isolate}
+    data = _run_trusted(request, timeout=spec.limits.wall_time_s + 30)
+    if data is None:
+        data = _crashed_report(lab, device, submission_name, "the grading process itself died (out of memory?)")
+    report = GradeReport.from_dict(data)
+    report.duration_s = round(time.monotonic() - started, 3)
+    return report
+
+
+def _crashed_report(lab: Lab, device: str, submission: str, why: str) -> dict:
+    checks = [asdict(CheckResult(c.id, c.title, 0.0, c.points, "error", why)) for c in lab.spec.checks]
+    return {"lab": lab.id, "lab_version": lab.spec.version, "submission": submission, "device": device,
+            "score": 0.0, "max_score": lab.spec.max_points, "passed": False, "duration_s": 0.0, "checks": checks,
+            "notes": [why]}
+
+
+def _run_trusted(request: dict, timeout: float) -> dict | None:
+    """Fork the trusted grading process, hand it the request, read back its JSON report."""
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        code = 0
+        try:
+            report = _grade_here(request)
+            payload = json.dumps(report).encode()
+            with os.fdopen(write_end, "wb") as handle:
+                handle.write(payload)
+        except BaseException:  # a bug in the engine or a lab: report it rather than hang
+            import traceback
+
+            with contextlib.suppress(Exception), os.fdopen(write_end, "wb") as handle:
+                handle.write(json.dumps({"engine_error": traceback.format_exc()}).encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.kill(pid, signal.SIGKILL)
+                break
+            ready, _, _ = select.select([read_end], [], [], min(remaining, 1.0))
+            if ready:
+                chunk = os.read(read_end, 1 << 20)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        raise
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    if not chunks:
+        return None
+    data = json.loads(b"".join(chunks))
+    if "engine_error" in data:
+        raise RuntimeError(f"the grading engine failed:\n{data['engine_error']}")
+    return data
+
+
+# -- inside the trusted grading process ---------------------------------------------------------
+def _grade_here(request: dict) -> dict:
+    from grader.registry import Lab
+    from grader.sandbox import WorkerSpec, Zygote, kill_descendants
+
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    lab = Lab(dir=Path(request["lab_dir"]), root=Path(request["lab_root"]), origin=request["lab_origin"])
+    spec = lab.spec
+    limits = spec.limits
+    started = time.monotonic()
+    zygote = Zygote()  # before any check module loads or CUDA starts
+    workdir = Path(tempfile.mkdtemp(prefix="gaplabs-submission-"))
+    session = None
+    try:
+        for source in lab.public_files():
+            target = workdir / source.relative_to(lab.public_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+        hide = [str(lab.checks_dir), str(lab.mutants_dir), str(lab.solution_dir)]
+        worker_spec = WorkerSpec(workdir=str(workdir), device=request["device"], memory_mb=limits.memory_mb,
+                                 cpu_seconds=int(limits.wall_time_s * 2) + 10, num_threads=request["num_threads"],
+                                 hide=hide, isolate=request["isolate"])
+        from grader.channel import Session
+
+        session = Session(zygote, worker_spec, request["cells"], call_timeout=limits.call_timeout_s,
+                          deadline=started + limits.wall_time_s, memory_limit_bytes=limits.memory_mb * 2**20 + 512 * 2**20)
+        session.start()  # the submission runs its cells while pytest starts up here
+        plugin = GraderPlugin(lab, session, request)
+        _run_pytest(lab, plugin)
+        session.close()
+        report = plugin.report(time.monotonic() - started)
+        report["output_tail"] = session.output_tail()[-4000:]
+        return report
+    finally:
+        if session is not None:
+            session.close()
+        zygote.close()
+        kill_descendants(os.getpid())
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _run_pytest(lab: Lab, plugin: GraderPlugin) -> None:
+    import pytest
+
+    args = [str(lab.checks_dir), "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:stepwise",
+            "--assert=plain", "--import-mode=importlib", "--rootdir", str(lab.checks_dir), "-c", os.devnull,
+            "-o", "python_files=test_*.py", "-o", "python_functions=test_*", "-o", "python_classes="]
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        plugin.exit_code = pytest.main(args, plugins=[plugin])
+
+
+def _trim(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 15] + " ...[truncated]"
+
+
+class GraderPlugin:
+    """A pytest plugin: provides the fixtures of docs/check-api.md and records every outcome."""
+
+    def __init__(self, lab: Lab, session: Any, request: dict):
+        self.lab = lab
+        self.session = session
+        self.request = request
+        self.device_name = request["device"]
+        self.items: dict[str, list[tuple[str, str, float]]] = {}
+        self.collect_errors: list[str] = []
+        self.exit_code = 0
+        self.source = "\n\n".join(f"# %% {cell['label']}\n{_strip_magics(cell['source'])}" for cell in request["cells"])
+
+    # fixtures (methods of a plugin object are fixtures to pytest) --------------------------------
+    import pytest as _pytest
+
+    @_pytest.fixture(scope="session")
+    def submission(self):
+        from grader.channel import RemoteNamespace
+
+        return RemoteNamespace(self.session)
+
+    @_pytest.fixture(scope="session")
+    def device(self):
+        import torch
+
+        return torch.device(self.device_name)
+
+    @_pytest.fixture(scope="session")
+    def submission_source(self):
+        return self.source
+
+    @_pytest.fixture(scope="session")
+    def lab_dir(self):
+        return self.lab.dir
+
+    @_pytest.fixture(autouse=True)
+    def _gaplabs_seed_and_deadline(self):
+        import random
+
+        import numpy
+        import torch
+
+        from grader.channel import SubmissionTimeout
+
+        if time.monotonic() >= self.session.deadline:
+            raise SubmissionTimeout(f"the lab's total time limit ({self.lab.spec.limits.wall_time_s:g} s) ran out before this check started")
+        random.seed(0)
+        numpy.random.seed(0)
+        torch.manual_seed(0)
+        yield
+
+    def pytest_configure(self, config):
+        config.addinivalue_line("markers", "cuda: the check needs a CUDA device (skipped on CPU)")
+
+    def pytest_collection_modifyitems(self, items):
+        import pytest
+
+        if self.device_name != "cuda":
+            for item in items:
+                if item.get_closest_marker("cuda"):
+                    item.add_marker(pytest.mark.skip(reason="needs CUDA; run with --device cuda"))
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.collect_errors.append(f"{report.nodeid}: {_trim(str(report.longrepr))[-600:]}")
+
+    # outcomes ------------------------------------------------------------------------------------
+    def pytest_runtest_makereport(self, item, call):
+        check_id = _check_id(item)
+        status, message = self._classify(call)
+        if call.when != "call" and status == "passed":
+            return
+        self.items.setdefault(check_id, []).append((status, message, call.duration))
+
+    def _classify(self, call) -> tuple[str, str]:
+        from _pytest.outcomes import Skipped
+
+        from grader.channel import SubmissionCrashed, SubmissionError, SubmissionTimeout
+
+        excinfo = call.excinfo
+        if excinfo is None:
+            return "passed", ""
+        exc = excinfo.value
+        if isinstance(exc, Skipped) or excinfo.errisinstance(Skipped):
+            return "skipped", str(getattr(exc, "msg", exc))
+        if isinstance(exc, SubmissionTimeout):
+            return "timeout", str(exc)
+        if isinstance(exc, SubmissionCrashed):
+            return "error", str(exc)
+        if isinstance(exc, SubmissionError):
+            text = f"your code raised {exc.type_name}: {exc.message}" if exc.type_name != "MissingDefinition" else exc.message + self._cell_error_context()
+            if exc.traceback and exc.type_name != "MissingDefinition":
+                text += f"\n{exc.traceback}"
+            return "failed", text
+        if isinstance(exc, AssertionError):
+            return "failed", str(exc) or "the check's expectation was not met"
+        return "error", f"the check stopped with {type(exc).__name__}: {exc}"
+
+    def _cell_error_context(self) -> str:
+        errors = (self.session.init_result or {}).get("cell_errors", [])
+        if not errors:
+            return ""
+        first = errors[0]
+        return f" (note: {first.get('label')} failed with {first.get('type')}: {first.get('message')})"
+
+    # the report ----------------------------------------------------------------------------------
+    def report(self, elapsed: float) -> dict:
+        spec = self.lab.spec
+        checks, notes = [], []
+        for check in spec.checks:
+            outcomes = self.items.get(check.id)
+            if not outcomes:
+                reason = "this check was not found among the lab's check files (a lab error)"
+                if self.collect_errors:
+                    reason = "the lab's checks could not be loaded (a lab error)"
+                checks.append(CheckResult(check.id, check.title, 0.0, check.points, "error", reason))
+                continue
+            worst = min(outcomes, key=lambda outcome: _SEVERITY[outcome[0]])
+            status = worst[0]
+            if status == "skipped" and any(o[0] == "passed" for o in outcomes):
+                status = "passed"
+            points = check.points if status == "passed" else 0.0
+            message = "" if status == "passed" else _trim(worst[1])
+            checks.append(CheckResult(check.id, check.title, points, check.points, status, message,
+                                      round(sum(o[2] for o in outcomes), 3)))
+        skipped = [c for c in checks if c.status == "skipped"]
+        if skipped:
+            notes.append(f"{len(skipped)} check(s) skipped on {self.device_name} and left out of max_score: "
+                         + ", ".join(c.id for c in skipped))
+        max_score = sum(c.max_points for c in checks if c.status != "skipped")
+        score = sum(c.points for c in checks)
+        init = self.session.init_result or {}
+        cell_errors = init.get("cell_errors", [])
+        if cell_errors:
+            notes.append(f"{len(cell_errors)} cell(s) raised while the notebook ran; the cells after them still ran")
+        lab_error = "; ".join(self.collect_errors) or None
+        return asdict_report(GradeReport(
+            lab=self.lab.id, lab_version=spec.version, submission=self.request["submission"], device=self.device_name,
+            score=round(score, 6), max_score=round(max_score, 6), passed=score >= max_score - 1e-9 and lab_error is None,
+            duration_s=round(elapsed, 3), checks=checks, cell_errors=cell_errors, notes=notes,
+            isolation=self.session.isolation, lab_error=lab_error))
+
+
+def asdict_report(report: GradeReport) -> dict:
+    return report.to_dict()
+
+
+def _check_id(item) -> str:
+    name = getattr(item, "originalname", None) or item.name.split("[")[0]
+    return name[5:] if name.startswith("test_") else name
+
+
+def _strip_magics(source: str) -> str:
+    return "\n".join("# " + line if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+
+
+def grade_many(lab: Lab, notebooks: Sequence[Path], *, device: str = "auto", jobs: int = 1,
+               on_result: Callable[[Path, GradeReport | None, str | None], None] | None = None) -> list[tuple[Path, GradeReport | None, str | None]]:
+    """Grade many notebooks of one lab, `jobs` at a time; a broken notebook yields (path, None, error)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    device = resolve_device(device)
+    preload(lab)
+    threads = 1 if jobs > 1 else None
+
+    def one(path: Path):
+        try:
+            return path, grade(lab, notebook=path, device=device, label=path.name, num_threads=threads), None
+        except GaplabsError as exc:
+            return path, None, str(exc)
+
+    results = []
+    if jobs <= 1:
+        for path in notebooks:
+            result = one(path)
+            results.append(result)
+            if on_result:
+                on_result(*result)
+        return results
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for result in pool.map(one, notebooks):
+            results.append(result)
+            if on_result:
+                on_result(*result)
+    return results

@@ -113,6 +113,17 @@ def grade(lab: Lab, *, notebook: Path | None = None, cells: Sequence[CodeCell] |
     (a mutant is graded as the solution plus the mutant's code). Never raises for anything the
     submission does; raises GaplabsError for a missing or broken notebook or lab."""
     started = time.monotonic()
+    request = build_request(lab, notebook=notebook, cells=cells, extra_code=extra_code, device=device, label=label,
+                            num_threads=num_threads, isolate=isolate)
+    pid, read_fd = _start_trusted(request)
+    data = _finish_trusted(pid, read_fd, timeout=lab.spec.limits.wall_time_s + 30)
+    return _to_report(lab, request, data, started)
+
+
+def build_request(lab: Lab, *, notebook: Path | None = None, cells: Sequence[CodeCell] | None = None,
+                  extra_code: Sequence[str] = (), device: str = "auto", label: str | None = None,
+                  num_threads: int | None = None, isolate: bool = True) -> dict:
+    """Everything the trusted grading process needs, checked here so user mistakes raise early."""
     spec = lab.spec
     device = resolve_device(device)
     if device not in spec.devices:
@@ -128,11 +139,14 @@ def grade(lab: Lab, *, notebook: Path | None = None, cells: Sequence[CodeCell] |
         cell_payload.append({"index": len(cell_payload) + 1000 + number, "source": code, "label": f"extra {number}"})
     preload(lab)
     submission_name = label or (str(notebook) if notebook is not None else "<cells>")
-    request = {"lab_dir": str(lab.dir), "lab_root": str(lab.root), "lab_origin": lab.origin, "cells": cell_payload,
-               "device": device, "submission": submission_name, "num_threads": num_threads, "isolate": isolate}
-    data = _run_trusted(request, timeout=spec.limits.wall_time_s + 30)
+    return {"lab_dir": str(lab.dir), "lab_root": str(lab.root), "lab_origin": lab.origin, "cells": cell_payload,
+            "device": device, "submission": submission_name, "num_threads": num_threads, "isolate": isolate}
+
+
+def _to_report(lab: Lab, request: dict, data: dict | None, started: float) -> GradeReport:
     if data is None:
-        data = _crashed_report(lab, device, submission_name, "the grading process itself died (out of memory?)")
+        data = _crashed_report(lab, request["device"], request["submission"],
+                               "the grading process itself died or ran past the lab's time limit")
     report = GradeReport.from_dict(data)
     report.duration_s = round(time.monotonic() - started, 3)
     return report
@@ -145,8 +159,8 @@ def _crashed_report(lab: Lab, device: str, submission: str, why: str) -> dict:
             "notes": [why]}
 
 
-def _run_trusted(request: dict, timeout: float) -> dict | None:
-    """Fork the trusted grading process, hand it the request, read back its JSON report."""
+def _start_trusted(request: dict) -> tuple[int, int]:
+    """Fork the trusted grading process; it writes its JSON report to the returned pipe."""
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -155,19 +169,36 @@ def _run_trusted(request: dict, timeout: float) -> dict | None:
         os.close(read_end)
         code = 0
         try:
-            report = _grade_here(request)
-            payload = json.dumps(report).encode()
-            with os.fdopen(write_end, "wb") as handle:
-                handle.write(payload)
+            payload = json.dumps(_grade_here(request)).encode()
         except BaseException:  # a bug in the engine or a lab: report it rather than hang
             import traceback
 
-            with contextlib.suppress(Exception), os.fdopen(write_end, "wb") as handle:
-                handle.write(json.dumps({"engine_error": traceback.format_exc()}).encode())
-            code = 1
+            payload, code = json.dumps({"engine_error": traceback.format_exc()}).encode(), 1
+        try:
+            with os.fdopen(write_end, "wb") as handle:
+                handle.write(payload)
         finally:
             os._exit(code)
     os.close(write_end)
+    return pid, read_end
+
+
+def _decode_trusted(chunks: list[bytes]) -> dict | None:
+    if not chunks:
+        return None
+    data = json.loads(b"".join(chunks))
+    if "engine_error" in data:
+        raise RuntimeError(f"the grading engine failed:\n{data['engine_error']}")
+    return data
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _finish_trusted(pid: int, read_end: int, timeout: float) -> dict | None:
+    """Read the trusted process's report; kill it if it runs past `timeout`."""
     chunks = []
     deadline = time.monotonic() + timeout
     try:
@@ -175,6 +206,7 @@ def _run_trusted(request: dict, timeout: float) -> dict | None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 os.kill(pid, signal.SIGKILL)
+                chunks = []
                 break
             ready, _, _ = select.select([read_end], [], [], min(remaining, 1.0))
             if ready:
@@ -188,14 +220,8 @@ def _run_trusted(request: dict, timeout: float) -> dict | None:
         raise
     finally:
         os.close(read_end)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-    if not chunks:
-        return None
-    data = json.loads(b"".join(chunks))
-    if "engine_error" in data:
-        raise RuntimeError(f"the grading engine failed:\n{data['engine_error']}")
-    return data
+        _reap(pid)
+    return _decode_trusted(chunks)
 
 
 # -- inside the trusted grading process ---------------------------------------------------------
@@ -413,31 +439,68 @@ def _strip_magics(source: str) -> str:
 
 
 def grade_many(lab: Lab, notebooks: Sequence[Path], *, device: str = "auto", jobs: int = 1,
-               on_result: Callable[[Path, GradeReport | None, str | None], None] | None = None) -> list[tuple[Path, GradeReport | None, str | None]]:
-    """Grade many notebooks of one lab, `jobs` at a time; a broken notebook yields (path, None, error)."""
-    from concurrent.futures import ThreadPoolExecutor
+               on_result: Callable[[Path, GradeReport | None, str | None], None] | None = None,
+               ) -> list[tuple[Path, GradeReport | None, str | None]]:
+    """Grade many notebooks of one lab, `jobs` at a time, from this one process.
 
+    Each notebook gets its own trusted grading process forked from here, so torch and the lab's
+    preloads are imported once for the whole batch. No threads: the parent multiplexes the
+    children's report pipes with select (forking from a threaded process is unsafe). A notebook
+    that cannot be read yields (path, None, message); nothing a submission does stops the batch.
+    """
     device = resolve_device(device)
     preload(lab)
     threads = 1 if jobs > 1 else None
+    timeout = lab.spec.limits.wall_time_s + 30
+    pending = list(notebooks)
+    running: dict[int, dict] = {}  # read fd -> state
+    results: list[tuple[Path, GradeReport | None, str | None]] = []
 
-    def one(path: Path):
-        try:
-            return path, grade(lab, notebook=path, device=device, label=path.name, num_threads=threads), None
-        except GaplabsError as exc:
-            return path, None, str(exc)
+    def finish(result: tuple[Path, GradeReport | None, str | None]) -> None:
+        results.append(result)
+        if on_result:
+            on_result(*result)
 
-    results = []
-    if jobs <= 1:
-        for path in notebooks:
-            result = one(path)
-            results.append(result)
-            if on_result:
-                on_result(*result)
-        return results
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for result in pool.map(one, notebooks):
-            results.append(result)
-            if on_result:
-                on_result(*result)
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                path = pending.pop(0)
+                try:
+                    request = build_request(lab, notebook=path, device=device, label=path.name, num_threads=threads)
+                except GaplabsError as exc:
+                    finish((path, None, str(exc)))
+                    continue
+                pid, fd = _start_trusted(request)
+                running[fd] = {"pid": pid, "path": path, "request": request, "chunks": [],
+                               "started": time.monotonic(), "deadline": time.monotonic() + timeout}
+            if not running:
+                continue
+            ready, _, _ = select.select(list(running), [], [], 0.5)
+            now = time.monotonic()
+            for fd in list(running):
+                state = running[fd]
+                done = False
+                if fd in ready:
+                    chunk = os.read(fd, 1 << 20)
+                    if chunk:
+                        state["chunks"].append(chunk)
+                    else:
+                        done = True
+                elif now > state["deadline"]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(state["pid"], signal.SIGKILL)
+                    state["chunks"] = []
+                    done = True
+                if done:
+                    del running[fd]
+                    os.close(fd)
+                    _reap(state["pid"])
+                    report = _to_report(lab, state["request"], _decode_trusted(state["chunks"]), state["started"])
+                    finish((state["path"], report, None))
+    finally:
+        for fd, state in running.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(state["pid"], signal.SIGKILL)
+            os.close(fd)
+            _reap(state["pid"])
     return results

@@ -11,6 +11,7 @@ the caller as JSON written by the trusted process, never by the submission.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -164,6 +165,9 @@ def _start_trusted(request: dict) -> tuple[int, int]:
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
+    # Objects that exist now are never collected in the children: the collector would otherwise
+    # touch (and so copy) every page of the imported torch that the fork shares.
+    gc.freeze()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)

@@ -84,7 +84,7 @@ class LabSpec(_Strict):
         return str(value) if isinstance(value, (int, float)) else value
 
     @model_validator(mode="after")
-    def _unique_checks(self) -> "LabSpec":
+    def _unique_checks(self) -> LabSpec:
         seen: set[str] = set()
         for check in self.checks:
             if check.id in seen:

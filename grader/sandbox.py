@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import gc
 import json
 import os
 import resource
@@ -390,6 +391,7 @@ class Zygote:
         parent, child = socket.socketpair()
         sys.stdout.flush()
         sys.stderr.flush()
+        gc.freeze()  # keep the collector from copying the pages the fork shares
         pid = os.fork()
         if pid == 0:
             parent.close()

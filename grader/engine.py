@@ -117,7 +117,10 @@ def grade(lab: Lab, *, notebook: Path | None = None, cells: Sequence[CodeCell] |
     request = build_request(lab, notebook=notebook, cells=cells, extra_code=extra_code, device=device, label=label,
                             num_threads=num_threads, isolate=isolate)
     pid, read_fd = _start_trusted(request)
-    data = _finish_trusted(pid, read_fd, timeout=lab.spec.limits.wall_time_s + 30)
+    try:
+        data = _finish_trusted(pid, read_fd, timeout=lab.spec.limits.wall_time_s + 30)
+    finally:
+        shutil.rmtree(request["workdir"], ignore_errors=True)
     return _to_report(lab, request, data, started)
 
 
@@ -161,7 +164,11 @@ def _crashed_report(lab: Lab, device: str, submission: str, why: str) -> dict:
 
 
 def _start_trusted(request: dict) -> tuple[int, int]:
-    """Fork the trusted grading process; it writes its JSON report to the returned pipe."""
+    """Fork the trusted grading process; it writes its JSON report to the returned pipe.
+
+    The submission's working folder is made here, so that this process can remove it even when
+    the grading process is killed (Ctrl-C, a time-out)."""
+    request["workdir"] = tempfile.mkdtemp(prefix="gaplabs-submission-")
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -240,7 +247,7 @@ def _grade_here(request: dict) -> dict:
     limits = spec.limits
     started = time.monotonic()
     zygote = Zygote()  # before any check module loads or CUDA starts
-    workdir = Path(tempfile.mkdtemp(prefix="gaplabs-submission-"))
+    workdir = Path(request["workdir"])
     session = None
     try:
         for source in lab.public_files():
@@ -267,7 +274,6 @@ def _grade_here(request: dict) -> dict:
             session.close()
         zygote.close()
         kill_descendants(os.getpid())
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _run_pytest(lab: Lab, plugin: GraderPlugin) -> None:
@@ -499,6 +505,7 @@ def grade_many(lab: Lab, notebooks: Sequence[Path], *, device: str = "auto", job
                     del running[fd]
                     os.close(fd)
                     _reap(state["pid"])
+                    shutil.rmtree(state["request"]["workdir"], ignore_errors=True)
                     report = _to_report(lab, state["request"], _decode_trusted(state["chunks"]), state["started"])
                     finish((state["path"], report, None))
     finally:
@@ -507,4 +514,5 @@ def grade_many(lab: Lab, notebooks: Sequence[Path], *, device: str = "auto", job
                 os.kill(state["pid"], signal.SIGKILL)
             os.close(fd)
             _reap(state["pid"])
+            shutil.rmtree(state["request"]["workdir"], ignore_errors=True)
     return results

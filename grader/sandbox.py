@@ -225,6 +225,10 @@ def _close_fds(keep: set[int]) -> None:
 
 def _limit_self(spec: WorkerSpec) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform.startswith("linux"):
+        # Each thread's malloc arena reserves 64 MB of address space; on a many-core GPU host that
+        # alone would eat the allowance below. Two arenas serve a grading process well.
+        _c().mallopt(-8, 2)  # M_ARENA_MAX
     resource.setrlimit(resource.RLIMIT_CPU, (spec.cpu_seconds, spec.cpu_seconds + 5))
     if spec.device == "cpu" and sys.platform.startswith("linux"):
         # Address space = what the zygote already maps (torch's libraries) + the lab's allowance.

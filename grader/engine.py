@@ -242,6 +242,11 @@ def _grade_here(request: dict) -> dict:
 
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    import torch
+
+    # One intra-op thread each for the checks and the submission: check tensors are small, and two
+    # processes each spinning two OpenMP threads on a 2-core machine made tiny ops 100x slower.
+    torch.set_num_threads(1)
     lab = Lab(dir=Path(request["lab_dir"]), root=Path(request["lab_root"]), origin=request["lab_origin"])
     spec = lab.spec
     limits = spec.limits
@@ -256,7 +261,7 @@ def _grade_here(request: dict) -> dict:
             shutil.copy2(source, target)
         hide = [str(lab.checks_dir), str(lab.mutants_dir), str(lab.solution_dir)]
         worker_spec = WorkerSpec(workdir=str(workdir), device=request["device"], memory_mb=limits.memory_mb,
-                                 cpu_seconds=int(limits.wall_time_s * 2) + 10, num_threads=request["num_threads"],
+                                 cpu_seconds=int(limits.wall_time_s * 2) + 10, num_threads=request["num_threads"] or 1,
                                  hide=hide, isolate=request["isolate"])
         from grader.channel import Session
 
@@ -460,7 +465,7 @@ def grade_many(lab: Lab, notebooks: Sequence[Path], *, device: str = "auto", job
     """
     device = resolve_device(device)
     preload(lab)
-    threads = 1 if jobs > 1 else None
+    threads = 1
     timeout = lab.spec.limits.wall_time_s + 30
     pending = list(notebooks)
     running: dict[int, dict] = {}  # read fd -> state

@@ -22,7 +22,7 @@ from safetensors.torch import save as save_tensors
 MAX_DEPTH = 64
 HEADER = struct.Struct("!IQ")  # JSON length, tensor blob length
 MAX_JSON_BYTES = 64 * 1024 * 1024
-MAX_BLOB_BYTES = 2 * 1024 * 1024 * 1024
+MAX_BLOB_BYTES = 512 * 1024 * 1024  # what a grading process will hold of one answer
 
 
 class CodecError(Exception):

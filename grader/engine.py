@@ -144,10 +144,16 @@ def build_request(lab: Lab, *, notebook: Path | None = None, cells: Sequence[Cod
     preload(lab)
     submission_name = label or (str(notebook) if notebook is not None else "<cells>")
     return {"lab_dir": str(lab.dir), "lab_root": str(lab.root), "lab_origin": lab.origin, "cells": cell_payload,
+            "digest": lab.trusted_digest(),
             "device": device, "submission": submission_name, "num_threads": num_threads, "isolate": isolate}
 
 
 def _to_report(lab: Lab, request: dict, data: dict | None, started: float) -> GradeReport:
+    if lab.trusted_digest() != request["digest"]:
+        # Only possible without namespace isolation (same user, files not hidden): the grade is void.
+        data = _crashed_report(lab, request["device"], request["submission"],
+                               "the lab's checks or lab.yaml changed on disk during grading; the grade is void")
+        data["lab_error"] = "lab files modified during grading (tampering?): restore them and grade again"
     if data is None:
         data = _crashed_report(lab, request["device"], request["submission"],
                                "the grading process itself died or ran past the lab's time limit")
@@ -169,6 +175,9 @@ def _start_trusted(request: dict) -> tuple[int, int]:
     The submission's working folder is made here, so that this process can remove it even when
     the grading process is killed (Ctrl-C, a time-out)."""
     request["workdir"] = tempfile.mkdtemp(prefix="gaplabs-submission-")
+    from grader.sandbox import make_undumpable
+
+    make_undumpable()  # a submission running as the same user may not ptrace the process that writes reports
     read_end, write_end = os.pipe()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -238,7 +247,7 @@ def _finish_trusted(pid: int, read_end: int, timeout: float) -> dict | None:
 # -- inside the trusted grading process ---------------------------------------------------------
 def _grade_here(request: dict) -> dict:
     from grader.registry import Lab
-    from grader.sandbox import WorkerSpec, Zygote, kill_descendants
+    from grader.sandbox import WorkerSpec, Zygote, kill_descendants, make_undumpable
 
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -252,6 +261,7 @@ def _grade_here(request: dict) -> dict:
     limits = spec.limits
     started = time.monotonic()
     zygote = Zygote()  # before any check module loads or CUDA starts
+    make_undumpable()
     workdir = Path(request["workdir"])
     session = None
     try:

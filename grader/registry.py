@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -82,6 +83,20 @@ class Lab:
     @property
     def solution_path(self) -> Path:
         return self.solution_dir / "solution.ipynb"
+
+    def trusted_digest(self) -> str:
+        """A hash of what decides grades (lab.yaml and the checks), to notice tampering during grading."""
+        digest = hashlib.sha256()
+        files = [self.dir / "lab.yaml"]
+        if self.checks_dir.is_dir():
+            files += sorted(p for p in self.checks_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        for path in files:
+            digest.update(str(path.relative_to(self.dir)).encode() + b"\0")
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"<unreadable>")
+        return digest.hexdigest()
 
     def public_files(self) -> list[Path]:
         """Files the student gets next to the notebook (relative layout kept)."""

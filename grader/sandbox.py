@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -61,6 +62,15 @@ def _prctl(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     return _c().prctl(option, value, 0, 0, 0) == 0
+
+
+def make_undumpable() -> None:
+    """No ptrace and no /proc/<pid>/mem for other processes of the same user (Linux)."""
+    _prctl(PR_SET_DUMPABLE, 0)
+
+
+def _make_dumpable() -> None:
+    _prctl(PR_SET_DUMPABLE, 1)
 
 
 @dataclass
@@ -273,6 +283,9 @@ def _keeper(sock: socket.socket, out_w: int, info_w: int, spec: WorkerSpec) -> N
     status_code = 71
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The grading processes are non-dumpable (no ptrace by the same user); this process must be
+        # dumpable again, or the kernel will not let it write its own uid_map.
+        _make_dumpable()
         os.setsid()
         isolated = spec.isolate and _enter_namespaces()
         if not isolated:

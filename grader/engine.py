@@ -395,7 +395,7 @@ class GraderPlugin:
         self.items.setdefault(check_id, []).append((status, message, call.duration))
 
     def _classify(self, call) -> tuple[str, str]:
-        from _pytest.outcomes import Skipped
+        from _pytest.outcomes import Failed, Skipped
 
         from grader.channel import SubmissionCrashed, SubmissionError, SubmissionTimeout
 
@@ -414,16 +414,18 @@ class GraderPlugin:
             if exc.traceback and exc.type_name != "MissingDefinition":
                 text += f"\n{exc.traceback}"
             return "failed", text
-        if isinstance(exc, AssertionError):
-            return "failed", str(exc) or "the check's expectation was not met"
+        if isinstance(exc, (AssertionError, Failed)):
+            return "failed", str(getattr(exc, "msg", None) or exc) or "the check's expectation was not met"
         return "error", f"the check stopped with {type(exc).__name__}: {exc}"
 
     def _cell_error_context(self) -> str:
         errors = (self.session.init_result or {}).get("cell_errors", [])
         if not errors:
             return ""
-        first = errors[0]
-        return f" (note: {first.get('label')} failed with {first.get('type')}: {first.get('message')})"
+        listed = "; ".join(f"{e.get('label')}: {e.get('type')}" for e in errors[:3])
+        more = f" and {len(errors) - 3} more" if len(errors) > 3 else ""
+        return (f". Some cells raised while the notebook ran ({listed}{more}); a definition that comes after the "
+                f"error in the same cell is never made")
 
     # the report ----------------------------------------------------------------------------------
     def report(self, elapsed: float) -> dict:

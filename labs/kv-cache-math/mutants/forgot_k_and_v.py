@@ -1,0 +1,9 @@
+# catches: kv_cache_bytes_formula, per_token_published, bytes_from_hf_config, max_concurrent_sequences_fit
+# why: counting only the keys (or only "the cache" as one tensor per layer) halves every size and doubles the sequences that seem to fit
+def kv_cache_bytes(n_layers, n_kv_heads, head_dim, seq_len, batch_size=1, bytes_per_elem=2):
+    return n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_elem
+
+
+LLAMA2_7B_KV_BYTES_PER_TOKEN = kv_bytes_per_token(LLAMA2_7B_CONFIG, bytes_per_elem=2)
+LLAMA3_8B_KV_BYTES_PER_TOKEN = kv_bytes_per_token(LLAMA3_8B_CONFIG, bytes_per_elem=2)
+GEMMA_2B_KV_BYTES_PER_TOKEN = kv_bytes_per_token(GEMMA_2B_CONFIG, bytes_per_elem=2)

@@ -1,0 +1,17 @@
+# catches: clip_after_accumulation
+# why: clipping after optimizer.step() scales a gradient the optimizer has already used (and the next
+# why: zero_grad discards): the run trains completely unclipped
+def accumulated_step(model, optimizer, tokens, targets, micro_batch_size, max_norm=None):
+    n_tokens = (targets != IGNORE_INDEX).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum = 0.0
+    for micro_tokens, micro_targets in zip(tokens.split(micro_batch_size), targets.split(micro_batch_size)):
+        micro_loss_sum = lm_loss(model(micro_tokens), micro_targets, reduction="sum")
+        (micro_loss_sum / n_tokens).backward()
+        loss_sum += micro_loss_sum.item()
+    optimizer.step()
+    if max_norm is None:
+        grad_norm = total_grad_norm(model.parameters())
+    else:
+        grad_norm = clip_grad_norm(model.parameters(), max_norm)
+    return loss_sum / n_tokens.item(), float(grad_norm)

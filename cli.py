@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import sys
@@ -47,6 +48,16 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """Start a lab with `labs start <lab>`, grade it with `labs grade <lab>`."""
 
 
+@contextlib.contextmanager
+def report_errors():
+    """A report that cannot be written (a folder in the way, no permission) is a clear error, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise GaplabsError(f"could not write a report: {exc.strerror or exc}", where=str(exc.filename2 or exc.filename or "a report path"),
+                           fix="pass a path to a file in a folder you can write (not an existing folder)") from None
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -74,8 +85,9 @@ def grade(
     if submissions is not None:
         from grader.batch import grade_batch_command
 
-        code = grade_batch_command(lab, submissions, device=device, jobs=jobs, shard=shard, json_path=json_path,
-                                   junit_path=junit_path, gradebook=gradebook, gradescope=gradescope, quiet=quiet)
+        with report_errors():
+            code = grade_batch_command(lab, submissions, device=device, jobs=jobs, shard=shard, json_path=json_path,
+                                       junit_path=junit_path, gradebook=gradebook, gradescope=gradescope, quiet=quiet)
         raise typer.Exit(code)
     recording = submission is None
     if submission is None:
@@ -99,12 +111,13 @@ def grade(
     if json_path or junit_path or gradescope:
         from grader import reports
 
-        if json_path:
-            reports.write_json(data, json_path)
-        if junit_path:
-            reports.write_junit([data], junit_path)
-        if gradescope:
-            reports.write_gradescope(data, gradescope)
+        with report_errors():
+            if json_path:
+                reports.write_json(data, json_path)
+            if junit_path:
+                reports.write_junit([data], junit_path)
+            if gradescope:
+                reports.write_gradescope(data, gradescope)
     if recording:
         from grader.store import ProgressStore
 

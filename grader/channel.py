@@ -12,7 +12,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from grader.codec import CodecError, Decoder, Encoder, pack_frame
@@ -122,7 +122,7 @@ class Session:
             timeout = max(1.0, self.deadline - time.monotonic())
             reply = self._receive(timeout, what="running the notebook's cells")
             if self.init_result is None:
-                self.init_result = reply
+                self.init_result = reply if isinstance(reply, dict) else {}
 
     def close(self) -> None:
         if self.worker is not None:
@@ -333,13 +333,7 @@ class RemoteNamespace:
     def cell_errors(self) -> list[dict]:
         """Errors raised by the notebook's cells when they ran (the cells after an error still run)."""
         self._session.ensure_ready()
-        result = self._session.init_result or {}
-        return list(result.get("cell_errors", []))
+        from grader.engine import _plain_cell_errors
 
+        return _plain_cell_errors((self._session.init_result or {}).get("cell_errors", []))
 
-def call_with_timeout(fn: Callable[[], Any], session: Session, seconds: float) -> Any:
-    previous, session.call_timeout = session.call_timeout, seconds
-    try:
-        return fn()
-    finally:
-        session.call_timeout = previous

@@ -282,7 +282,7 @@ def _grade_here(request: dict) -> dict:
             target = workdir / source.relative_to(lab.public_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
-        hide = [str(lab.checks_dir), str(lab.mutants_dir), str(lab.solution_dir)]
+        hide = hidden_paths(lab)
         worker_spec = WorkerSpec(workdir=str(workdir), device=request["device"], memory_mb=limits.memory_mb,
                                  cpu_seconds=int(limits.wall_time_s * 2) + 10, num_threads=request["num_threads"] or 1,
                                  hide=hide, isolate=request["isolate"])
@@ -304,11 +304,27 @@ def _grade_here(request: dict) -> dict:
         kill_descendants(os.getpid())
 
 
+def hidden_paths(lab: Lab) -> list[str]:
+    """What a submission must not read: every lab's checks and mutants, every solution and every
+    pack's git history, in every root (the source tree, an installed copy, fetched packs)."""
+    from grader.registry import pack_roots
+
+    paths = {str(lab.checks_dir), str(lab.mutants_dir), str(lab.solution_dir)}
+    for root, _ in [(lab.root, lab.origin), *pack_roots()]:
+        paths.update(str(root / name) for name in ("solutions", ".git"))
+        labs_dir = root / "labs"
+        if labs_dir.is_dir():
+            for lab_dir in labs_dir.iterdir():
+                paths.update((str(lab_dir / "checks"), str(lab_dir / "mutants")))
+    return sorted(path for path in paths if os.path.isdir(path))
+
+
 def _run_pytest(lab: Lab, plugin: GraderPlugin) -> None:
     import pytest
 
     disabled = [arg for name in _DISABLED_PLUGINS for arg in ("-p", f"no:{name}")]
     args = [str(lab.checks_dir), *disabled, "--assert=plain", "--import-mode=importlib", "--rootdir", str(lab.checks_dir), "-c", os.devnull,
+            "--confcutdir", str(lab.checks_dir),  # no conftest.py from folders above the checks
             "-o", "python_files=test_*.py", "-o", "python_functions=test_*", "-o", "python_classes="]
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
         plugin.exit_code = pytest.main(args, plugins=[plugin])
@@ -419,7 +435,7 @@ class GraderPlugin:
         return "error", f"the check stopped with {type(exc).__name__}: {exc}"
 
     def _cell_error_context(self) -> str:
-        errors = (self.session.init_result or {}).get("cell_errors", [])
+        errors = _plain_cell_errors((self.session.init_result or {}).get("cell_errors", []))
         if not errors:
             return ""
         listed = "; ".join(f"{e.get('label')}: {e.get('type')}" for e in errors[:3])
@@ -454,7 +470,7 @@ class GraderPlugin:
         max_score = sum(c.max_points for c in checks if c.status != "skipped")
         score = sum(c.points for c in checks)
         init = self.session.init_result or {}
-        cell_errors = init.get("cell_errors", [])
+        cell_errors = _plain_cell_errors(init.get("cell_errors", []))
         if cell_errors:
             notes.append(f"{len(cell_errors)} cell(s) raised while the notebook ran; the cells after them still ran")
         lab_error = "; ".join(self.collect_errors) or None
@@ -467,6 +483,21 @@ class GraderPlugin:
 
 def asdict_report(report: GradeReport) -> dict:
     return report.to_dict()
+
+
+def _plain_cell_errors(errors: object) -> list[dict]:
+    """Cell errors as the submission reported them, reduced to short strings and ints: whatever it
+    sent, the report stays plain JSON."""
+    plain = []
+    for error in errors if isinstance(errors, list) else []:
+        if not isinstance(error, dict):
+            continue
+        entry = {key: _trim(str(error.get(key, ""))) for key in ("label", "type", "message", "traceback")}
+        for key in ("cell", "line"):
+            value = error.get(key)
+            entry[key] = value if type(value) is int else None
+        plain.append(entry)
+    return plain[:50]
 
 
 def _check_id(item) -> str:

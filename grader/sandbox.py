@@ -209,15 +209,57 @@ def _enter_namespaces() -> bool:
     return True
 
 
-def _hide_paths(paths: list[str]) -> None:
-    """Cover each path with an empty read-only tmpfs inside our private mount namespace."""
+_SYS_MOUNT_SETATTR = 442  # the same number on x86_64 and arm64 (the generic syscall table)
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+_MOUNT_ATTR_RDONLY = 0x1
+MS_BIND = 4096
+MS_RDONLY = 1
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _mount(source: bytes | None, target: str, fstype: bytes | None, flags: int, data: bytes | None) -> bool:
     mount = _c().mount
     mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-    if mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        return
-    for path in paths:
+    return mount(source, target.encode(), fstype, flags, data) == 0
+
+
+def _set_readonly(path: str, readonly: bool, recursive: bool) -> bool:
+    attr = _MountAttr(_MOUNT_ATTR_RDONLY if readonly else 0, 0 if readonly else _MOUNT_ATTR_RDONLY, 0, 0)
+    syscall = _c().syscall
+    syscall.restype = ctypes.c_long
+    result = syscall(ctypes.c_long(_SYS_MOUNT_SETATTR), ctypes.c_int(_AT_FDCWD), ctypes.c_char_p(path.encode()),
+                     ctypes.c_uint(_AT_RECURSIVE if recursive else 0), ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)))
+    return result == 0
+
+
+def _confine_filesystem(spec: WorkerSpec) -> str:
+    """Inside the private mount namespace: everything read-only but the working folder and
+    /dev/shm, the hidden paths covered, and a /proc that shows only the submission's processes.
+
+    Returns a word for the report: "read-only" when the whole tree could be made read-only (Linux
+    5.12+), "hidden-only" when only the hidden paths could be covered.
+    """
+    if not _mount(None, "/", None, MS_REC | MS_PRIVATE, None):
+        return "none"
+    for path in spec.hide:
         if os.path.isdir(path):
-            mount(b"tmpfs", path.encode(), b"tmpfs", 1, b"size=4k,mode=000")  # 1 = MS_RDONLY
+            _mount(b"tmpfs", path, b"tmpfs", MS_RDONLY, b"size=4k,mode=000")
+    os.makedirs(os.path.join(spec.workdir, ".tmp"), exist_ok=True)
+    level = "hidden-only"
+    if _mount(spec.workdir.encode(), spec.workdir, None, MS_BIND, None) and _set_readonly("/", True, recursive=True):
+        level = "read-only"
+        _set_readonly(spec.workdir, False, recursive=False)
+        if os.path.ismount("/dev/shm"):  # torch.multiprocessing shares tensors through it
+            _set_readonly("/dev/shm", False, recursive=False)
+    # Only the submission's own processes in /proc: the grader's command line and descriptors
+    # (the report path, its pipes) are out of sight.
+    _mount(b"proc", "/proc", b"proc", 0, None)
+    return level
 
 
 def _close_fds(keep: set[int]) -> None:
@@ -254,7 +296,13 @@ def _become_submission(sock: socket.socket, out_w: int, spec: WorkerSpec, isolat
     code = 0
     try:
         if isolated:
-            _hide_paths(spec.hide)
+            _confine_filesystem(spec)
+        # tempfile works under a read-only /tmp (and forgets the folder the grader had cached).
+        os.makedirs(os.path.join(spec.workdir, ".tmp"), exist_ok=True)
+        os.environ["TMPDIR"] = os.path.join(spec.workdir, ".tmp")
+        import tempfile
+
+        tempfile.tempdir = None
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
@@ -340,6 +388,11 @@ def _recv_json(sock: socket.socket, want_fds: int = 0) -> tuple[dict | None, lis
 
 
 def _zygote_loop(control: socket.socket) -> None:
+    # Nothing the grading process holds (its report pipe, the terminal) may reach a submission.
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    _close_fds({control.fileno()})
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

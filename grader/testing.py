@@ -136,6 +136,8 @@ def find_calls(source: str, names: Iterable[str]) -> list[str]:
                 hit = node.attr
             elif isinstance(node, ast.alias) and node.name.split(".")[-1] in plain | attributes:
                 hit = node.name
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[-1] in plain | attributes:
+                hit = node.module  # `from torch.autograd import grad` when "torch.autograd" is forbidden
             elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in plain | attributes:
                 hit = node.value
             if hit is not None:

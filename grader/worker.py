@@ -134,6 +134,7 @@ class Worker:
             except BaseException as exc:  # the student's cell failed: record it and run the next cell
                 error = _error(exc)["error"]
                 lineno = getattr(exc, "lineno", None) if isinstance(exc, SyntaxError) else None
+                lineno = lineno if type(lineno) is int else None
                 self.cell_errors.append({"cell": cell["index"], "label": label, "line": lineno, **error})
         names = sorted(name for name in self.namespace if not name.startswith("_") and name != "get_ipython")
         return {"ok": {"cell_errors": self.cell_errors, "names": names}}

@@ -256,7 +256,12 @@ class RemoteObject:
         return self._ask("getitem", key=key)
 
     def __len__(self) -> int:
-        value = self._ask("len")
+        try:
+            value = self._ask("len")
+        except SubmissionError as exc:
+            if exc.type_name == "TypeError":  # no len() there: list(handle) falls back to iterating
+                raise TypeError(exc.message) from None
+            raise
         if type(value) is not int:
             raise TypeError("len() of a submission object did not return an int")
         return value

@@ -48,6 +48,7 @@ class Encoder:
         self.handle_for = handle_for
         self.tensors: dict[str, torch.Tensor] = {}
         self._seen: dict[int, str] = {}
+        self._alive: list[Any] = []  # keeps every source object alive so its id() cannot be reused
 
     def encode(self, value: Any, depth: int = 0) -> Any:
         if depth > MAX_DEPTH:
@@ -92,6 +93,7 @@ class Encoder:
         if key is None:
             key = f"t{len(self.tensors)}"
             self._seen[id(value)] = key
+            self._alive.append(value)
             # A copy on the CPU, contiguous, with no storage shared with any other entry.
             plain = torch.Tensor._make_subclass(torch.Tensor, value.detach()) if type(value) is not torch.Tensor else value.detach()
             self.tensors[key] = plain.to("cpu", copy=True).contiguous()

@@ -197,11 +197,17 @@ def _start_trusted(request: dict) -> tuple[int, int]:
     # Objects that exist now are never collected in the children: the collector would otherwise
     # touch (and so copy) every page of the imported torch that the fork shares.
     gc.freeze()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
         code = 0
         try:
+            from grader.sandbox import PR_SET_PDEATHSIG, _prctl
+
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # `labs grade` killed: grading stops with it
+            if os.getppid() != parent:
+                os._exit(1)
             payload = json.dumps(_grade_here(request)).encode()
         except BaseException:  # a bug in the engine or a lab: report it rather than hang
             import traceback
@@ -310,7 +316,9 @@ def hidden_paths(lab: Lab) -> list[str]:
     from grader.registry import pack_roots
 
     paths = {str(lab.checks_dir), str(lab.mutants_dir), str(lab.solution_dir)}
-    for root, _ in [(lab.root, lab.origin), *pack_roots()]:
+    # Installed copies too: an editable install still carries a gaplabs_data copy in site-packages.
+    installed = [Path(entry) / "gaplabs_data" for entry in sys.path if entry and (Path(entry) / "gaplabs_data").is_dir()]
+    for root in [lab.root, *(root for root, _ in pack_roots()), *installed]:
         paths.update(str(root / name) for name in ("solutions", ".git"))
         labs_dir = root / "labs"
         if labs_dir.is_dir():

@@ -173,24 +173,29 @@ def main() -> None:
         floor_cmd = [sys.executable, str(floor_script), str(cells_file), str(lab.checks_dir), str(workdir), str(lab.dir)]
         labs_cmd = [sys.executable, "-m", "cli", "grade", args.lab, "--submission", str(lab.solution_path), "--device", "cpu", "-q"]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # The floor with torch's default threads, and with one thread (what `labs grade` uses; on a
+        # 2-core machine it is the faster floor, so the stricter comparison).
+        env_one_thread = {**env, "OMP_NUM_THREADS": "1"}
         measure(floor_cmd, env)  # warm the page cache for both
         measure(labs_cmd, env)
-        floor_runs, labs_runs = [], []
-        for _ in range(args.runs):  # interleaved, so drift in machine load hits both alike
+        floor_runs, floor1_runs, labs_runs = [], [], []
+        for _ in range(args.runs):  # interleaved, so drift in machine load hits all alike
             floor_runs.append(measure(floor_cmd, env))
+            floor1_runs.append(measure(floor_cmd, env_one_thread))
             labs_runs.append(measure(labs_cmd, env))
     if labs_runs[-1]["returncode"] != 0:
         print("labs grade did not give full marks:", labs_runs[-1]["output"])
     summary = {}
-    for name, runs in (("floor", floor_runs), ("labs grade", labs_runs)):
+    for name, runs in (("floor", floor_runs), ("floor 1 thr", floor1_runs), ("labs grade", labs_runs)):
         summary[name] = {key: statistics.median(run[key] for run in runs) for key in ("wall_s", "peak_pss_mb", "peak_rss_mb")}
-    ratio = summary["labs grade"]["wall_s"] / summary["floor"]["wall_s"]
-    extra_pss = summary["labs grade"]["peak_pss_mb"] - summary["floor"]["peak_pss_mb"]
+    best_floor = min(summary["floor"]["wall_s"], summary["floor 1 thr"]["wall_s"])
+    ratio = summary["labs grade"]["wall_s"] / best_floor
+    extra_pss = summary["labs grade"]["peak_pss_mb"] - min(summary["floor"]["peak_pss_mb"], summary["floor 1 thr"]["peak_pss_mb"])
     print(f"lab: {args.lab}, {args.runs} runs each, medians")
     print(f"{'':12} {'wall s':>8} {'peak PSS MB':>12} {'peak RSS MB':>12}")
     for name, row in summary.items():
         print(f"{name:12} {row['wall_s']:8.2f} {row['peak_pss_mb']:12.0f} {row['peak_rss_mb']:12.0f}")
-    print(f"labs grade / floor wall time: {ratio:.2f}x (target <= 1.5x)")
+    print(f"labs grade / faster floor wall time: {ratio:.2f}x (target <= 1.5x)")
     print(f"labs grade extra peak PSS: {extra_pss:+.0f} MB (target <= +150 MB)")
     if args.json:
         args.json.write_text(json.dumps({"lab": args.lab, "runs": args.runs, "summary": summary,

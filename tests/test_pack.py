@@ -222,8 +222,9 @@ def test_student_selection_of_every_repo_lab_is_student_material_only(lab_dir):
         assert source in allowed or source.is_relative_to(lab.public_dir), f"{source} is not student material"
         assert relative.startswith(f"labs/{lab.id}/") and "/checks/" not in relative and "/mutants/" not in relative
     if lab.solution_path.is_file():
-        starter = lab.starter_path.read_text()
-        leaked = [line for line in solution_only_lines(lab.solution_path) if line in starter]
+        starter_lines = {line.strip() for cell in read_notebook(lab.starter_path)["cells"]
+                         for line in cell_source(cell).splitlines()}
+        leaked = sorted(solution_only_lines(lab.solution_path) & starter_lines)
         assert not leaked, f"{lab.starter_path} contains solution code: {leaked}"
 
 

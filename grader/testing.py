@@ -144,3 +144,28 @@ def find_calls(source: str, names: Iterable[str]) -> list[str]:
                 line = getattr(node, "lineno", 0) + offset
                 found.append(f"{hit} (line {line})" if line else hit)
     return sorted(set(found))
+
+
+# -- the lab's own helper modules, on the grading side ------------------------------------------
+def trusted_public_module(lab_dir, name: str):
+    """The grading side's own copy of `<lab>/public/<name>.py` (a tiny model, a data generator).
+
+    The submission imports its copy from its working folder and may have changed it; references
+    computed with this copy are out of its reach. Loaded once per grading process, under a private
+    module name (registered in sys.modules, which dataclasses need while the module executes).
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    qualified = f"_gaplabs_trusted_{Path(lab_dir).name.replace('-', '_')}_{name}"
+    if qualified not in sys.modules:
+        spec = importlib.util.spec_from_file_location(qualified, Path(lab_dir) / "public" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qualified] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[qualified]
+            raise
+    return sys.modules[qualified]

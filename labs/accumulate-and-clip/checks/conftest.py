@@ -13,26 +13,20 @@ of the update, close to the smallest mistakes worth catching, while in float64 a
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
+
+from grader.testing import trusted_public_module
 
 DTYPE = torch.float64
 LR = 1.0  # SGD without momentum: the update is exactly -LR x gradient, so a wrong scale shows 1:1
 
 
 def _load_acclab(lab_dir):
-    qualified = "_accumulate_and_clip_trusted_acclab"
-    if qualified not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qualified, lab_dir / "public" / "acclab.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qualified] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[qualified]
+    return trusted_public_module(lab_dir, "acclab")
 
 
 def flat(tensors) -> torch.Tensor:

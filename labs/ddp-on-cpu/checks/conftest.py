@@ -14,26 +14,19 @@ CPU only (lab.yaml says so): every tensor is created on the CPU, whatever `devic
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 
 import pytest
 import torch
 
 from grader.channel import SubmissionError
+from grader.testing import trusted_public_module
 
 RING_WORLD_SIZES = (2, 3, 4)  # 2 is the setup; 3 and 4 tell a ring from a naive all-reduce
 RING_TIMEOUT_S = 10.0  # a lab-sized ring takes milliseconds; ten seconds is a deadlock
 
 
 def _load_trusted_ddplab(lab_dir):
-    name = "_ddp_on_cpu_trusted_ddplab"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, lab_dir / "public" / "ddplab.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return trusted_public_module(lab_dir, "ddplab")
 
 
 @contextlib.contextmanager

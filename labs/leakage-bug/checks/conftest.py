@@ -10,8 +10,6 @@ the checks take its scores and compute every AUC from the labels they hold.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,16 +17,11 @@ import pandas as pd
 import pytest
 
 from grader.channel import RemoteObject
+from grader.testing import trusted_public_module
 
 
 def _load_churn_data(lab_dir):
-    qualified = "_leakage_bug_trusted_churn_data"
-    if qualified not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qualified, lab_dir / "public" / "churn_data.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qualified] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[qualified]
+    return trusted_public_module(lab_dir, "churn_data")
 
 
 @pytest.fixture(scope="session")

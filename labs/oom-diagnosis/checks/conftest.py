@@ -7,22 +7,16 @@ submission does to its own copies.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from grader.testing import trusted_public_module
+
 
 def _load(lab_dir, name: str):
-    qualified = f"_oom_diagnosis_trusted_{name}"
-    if qualified not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qualified, lab_dir / "public" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qualified] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[qualified]
+    return trusted_public_module(lab_dir, name)
 
 
 def _describe(changes: dict, batch_size: int, optimizer: str | None = None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import sys
 from pathlib import Path
@@ -56,10 +55,6 @@ def report_errors():
     except OSError as exc:
         raise GaplabsError(f"could not write a report: {exc.strerror or exc}", where=str(exc.filename2 or exc.filename or "a report path"),
                            fix="pass a path to a file in a folder you can write (not an existing folder)") from None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @app.command()
@@ -120,8 +115,9 @@ def grade(
                 reports.write_gradescope(data, gradescope)
     if recording:
         from grader.store import ProgressStore
+        from grader.workspace import submission_sha256
 
-        ProgressStore(workspace).record_grade(data, _sha256(submission))
+        ProgressStore(workspace).record_grade(data, submission_sha256(submission))
         if not data["passed"] and not quiet:
             typer.echo(f"Stuck? `labs hint {lab.id}` shows the next hint.")
     if data.get("lab_error"):

@@ -19,15 +19,6 @@ def find_submissions(folder: Path) -> list[Path]:
     return notebooks
 
 
-def _error_report(lab: Lab, path: Path, device: str, message: str) -> dict:
-    """A report for a notebook that could not even be read: zero points, every check an error."""
-    checks = [{"id": c.id, "title": c.title, "points": 0.0, "max_points": c.points, "status": "error",
-               "message": message} for c in lab.spec.checks]
-    return {"lab": lab.id, "lab_version": lab.spec.version, "submission": path.name, "device": device, "score": 0.0,
-            "max_score": lab.spec.max_points, "passed": False, "duration_s": 0.0, "checks": checks,
-            "notes": [message]}
-
-
 def grade_batch_command(lab: Lab, folder: Path, *, device: str, jobs: int, shard: str | None,
                         json_path: Path | None, junit_path: Path | None, gradebook: Path | None,
                         gradescope: Path | None, quiet: bool) -> int:
@@ -36,7 +27,7 @@ def grade_batch_command(lab: Lab, folder: Path, *, device: str, jobs: int, shard
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from grader import reports
-    from grader.engine import grade_many, resolve_device
+    from grader.engine import error_report, grade_many, resolve_device
 
     notebooks = find_submissions(folder)
     if shard:
@@ -52,7 +43,7 @@ def grade_batch_command(lab: Lab, folder: Path, *, device: str, jobs: int, shard
         progress.refresh()
 
         def on_result(path, report, error):
-            data = report.to_dict() if report is not None else _error_report(lab, path, device, error or "unreadable")
+            data = report.to_dict() if report is not None else error_report(lab, device, path.name, error or "unreadable")
             data["submission"] = str(path.relative_to(folder))
             results.append(data)
             progress.advance(task)

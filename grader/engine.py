@@ -164,18 +164,19 @@ def build_request(lab: Lab, *, notebook: Path | None = None, cells: Sequence[Cod
 def _to_report(lab: Lab, request: dict, data: dict | None, started: float) -> GradeReport:
     if lab.trusted_digest() != request["digest"]:
         # Only possible without namespace isolation (same user, files not hidden): the grade is void.
-        data = _crashed_report(lab, request["device"], request["submission"],
+        data = error_report(lab, request["device"], request["submission"],
                                "the lab's checks or lab.yaml changed on disk during grading; the grade is void")
         data["lab_error"] = "lab files modified during grading (tampering?): restore them and grade again"
     if data is None:
-        data = _crashed_report(lab, request["device"], request["submission"],
+        data = error_report(lab, request["device"], request["submission"],
                                "the grading process itself died or ran past the lab's time limit")
     report = GradeReport.from_dict(data)
     report.duration_s = round(time.monotonic() - started, 3)
     return report
 
 
-def _crashed_report(lab: Lab, device: str, submission: str, why: str) -> dict:
+def error_report(lab: Lab, device: str, submission: str, why: str) -> dict:
+    """A report in which every check is an error with `why`: zero points, nothing skipped."""
     checks = [asdict(CheckResult(c.id, c.title, 0.0, c.points, "error", why)) for c in lab.spec.checks]
     return {"lab": lab.id, "lab_version": lab.spec.version, "submission": submission, "device": device,
             "score": 0.0, "max_score": lab.spec.max_points, "passed": False, "duration_s": 0.0, "checks": checks,
@@ -482,15 +483,11 @@ class GraderPlugin:
         if cell_errors:
             notes.append(f"{len(cell_errors)} cell(s) raised while the notebook ran; the cells after them still ran")
         lab_error = "; ".join(self.collect_errors) or None
-        return asdict_report(GradeReport(
+        return GradeReport(
             lab=self.lab.id, lab_version=spec.version, submission=self.request["submission"], device=self.device_name,
             score=round(score, 6), max_score=round(max_score, 6), passed=score >= max_score - 1e-9 and lab_error is None,
             duration_s=round(elapsed, 3), checks=checks, cell_errors=cell_errors, notes=notes,
-            isolation=self.session.isolation, lab_error=lab_error))
-
-
-def asdict_report(report: GradeReport) -> dict:
-    return report.to_dict()
+            isolation=self.session.isolation, lab_error=lab_error).to_dict()
 
 
 def _plain_cell_errors(errors: object) -> list[dict]:

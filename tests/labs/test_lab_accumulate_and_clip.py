@@ -7,25 +7,19 @@ the batches are the same for the same seed on every call. These tests pin each o
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from grader.testing import trusted_public_module
+
 PUBLIC = Path(__file__).resolve().parents[2] / "labs" / "accumulate-and-clip" / "public"
 
 
 def _load_acclab():
-    """Import the lab's public/acclab.py under a private name (no clash with other labs)."""
-    qualified = "_accumulate_and_clip_acclab"
-    if qualified not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qualified, PUBLIC / "acclab.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qualified] = module
-        spec.loader.exec_module(module)
-    return sys.modules[qualified]
+    """The lab's public/ module, loaded the way its checks load it (no clash with other labs)."""
+    return trusted_public_module(PUBLIC.parent, "acclab")
 
 
 acclab = _load_acclab()

@@ -9,8 +9,6 @@ and the premise of the lab itself: honest features carry real signal, and the le
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -20,18 +18,14 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from grader.testing import trusted_public_module
+
 PUBLIC = Path(__file__).resolve().parents[2] / "labs" / "leakage-bug" / "public"
 
 
 def _load_churn_data():
-    """Import the lab's public/churn_data.py under a private name (no clash with other labs)."""
-    qualified = "_leakage_bug_churn_data"
-    if qualified not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qualified, PUBLIC / "churn_data.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qualified] = module  # dataclasses look their module up here
-        spec.loader.exec_module(module)
-    return sys.modules[qualified]
+    """The lab's public/ module, loaded the way its checks load it (no clash with other labs)."""
+    return trusted_public_module(PUBLIC.parent, "churn_data")
 
 
 churn_data = _load_churn_data()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,18 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from grader.testing import trusted_public_module
+
 PUBLIC = Path(__file__).resolve().parents[2] / "labs" / "oom-diagnosis" / "public"
 
 
 def _load(name: str):
-    """Import a file of the lab's public/ folder under a private name (no clash with other labs)."""
-    qualified = f"_oom_diagnosis_{name}"
-    if qualified not in sys.modules:
-        spec = importlib.util.spec_from_file_location(qualified, PUBLIC / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[qualified] = module
-        spec.loader.exec_module(module)
-    return sys.modules[qualified]
+    """The lab's public/ module, loaded the way its checks load it (no clash with other labs)."""
+    return trusted_public_module(PUBLIC.parent, name)
 
 
 memtrack = _load("memtrack")

@@ -97,6 +97,25 @@ LIARS = ["patch-torch-comparisons", "patch-numpy-comparisons", "patch-builtins-o
          "hostile-exception-messages"]
 
 
+def _namespaces_available() -> bool:
+    """Whether this kernel lets an unprivileged process enter user+PID+mount namespaces."""
+    import os
+
+    from grader.sandbox import _enter_namespaces
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if _enter_namespaces() else 1)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+# Attacks that write where the user may write, or reach the grader's processes, are stopped by the
+# namespace sandbox's read-only filesystem and private /proc. The fallback sandbox cannot stop them
+# (docs/adversarial.md, "Limits that remain"), so on a host without user namespaces they are skipped.
+needs_namespaces = pytest.mark.skipif(not _namespaces_available(),
+                                      reason="needs user namespaces; the fallback sandbox's limits are documented")
+
+
 @pytest.fixture(scope="module")
 def liars_run(scratch):
     notebook = make_notebook(scratch / "liars.ipynb", [header_cell(), attacks.PATCH_TORCH, attacks.PATCH_NUMPY,
@@ -186,6 +205,7 @@ def forged_reports_run(scratch):
     return run, workdir, workspace
 
 
+@needs_namespaces
 def test_forged_report_files_do_not_survive(forged_reports_run):
     run, workdir, _ = forged_reports_run
     report = assert_held(run, honest=0, attack="forged-report-files")
@@ -195,6 +215,7 @@ def test_forged_report_files_do_not_survive(forged_reports_run):
     assert len(list(junit.iter("testcase"))) == len(report["checks"]), "the JUnit report lacks the checks"
 
 
+@needs_namespaces
 def test_forged_attempt_in_the_progress_store_does_not_count(forged_reports_run):
     from grader.store import ProgressStore
 
@@ -208,12 +229,14 @@ def test_forged_attempt_in_the_progress_store_does_not_count(forged_reports_run)
     assert len(attempts) == 1 and attempts[0].score == run.report["score"], attempts
 
 
+@needs_namespaces
 def test_report_path_turned_into_a_folder(scratch):
     notebook = make_notebook(scratch / "json-dir.ipynb", [header_cell(), attacks.REPORT_PATH_TO_DIRECTORY])
     run = grade_cli(notebook, scratch / "json-dir")
     assert_held(run, honest=0, attack="report-path-replaced-by-a-folder")
 
 
+@needs_namespaces
 def test_grader_pipes_and_terminal_are_out_of_reach(scratch):
     notebook = make_notebook(scratch / "pipes.ipynb", [header_cell(), attacks.GRADER_PIPES])
     run = grade_cli(notebook, scratch / "pipes", extra=("--quiet",))
@@ -246,6 +269,7 @@ def test_conftest_above_the_checks_is_ignored_even_when_present(tmp_path):
     assert_held(run, honest=0, attack="conftest-present-above-the-checks")
 
 
+@needs_namespaces
 def test_grader_code_on_disk_cannot_be_rewritten(tmp_path):
     code = tmp_path / "code"
     shutil.copytree(ROOT / "grader", code / "grader", ignore=shutil.ignore_patterns("__pycache__"))

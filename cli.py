@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 from pathlib import Path
 from typing import Optional
@@ -125,19 +124,10 @@ def grade(
     raise typer.Exit(0 if data["passed"] else 1)
 
 
-def _register_optional(module_name: str) -> None:
-    """Commands that live in their own modules register themselves on the app."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        return
-    module.register(app)
+from grader import cli_ci, cli_instructor, cli_student  # noqa: E402  (commands register on `app`)
 
-
-for _module in ("grader.cli_student", "grader.cli_instructor", "grader.cli_ci"):
-    _register_optional(_module)
+for _commands in (cli_student, cli_instructor, cli_ci):
+    _commands.register(app)
 
 
 if __name__ == "__main__":

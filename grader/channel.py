@@ -93,7 +93,6 @@ class Session:
         self.generation = 0
         self.restarts = 0
         self.init_result: dict | None = None
-        self.init_error: str | None = None
         self.isolation = "unknown"
         self.outputs: list[str] = []
         self._pending_start = False

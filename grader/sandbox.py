@@ -26,7 +26,6 @@ PR_SET_PDEATHSIG so nothing outlives the grader if it is killed itself.
 from __future__ import annotations
 
 import ctypes
-import errno
 import gc
 import json
 import os
@@ -37,7 +36,6 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -179,14 +177,17 @@ def kill_descendants(root: int, rounds: int = 20) -> int:
     return killed
 
 
-def _reap_children() -> None:
+def _reap_children(statuses: dict[int, int] | None = None) -> None:
+    """Reap every exited child without blocking, recording exit codes in `statuses` when given."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
+        if statuses is not None:
+            statuses[pid] = os.waitstatus_to_exitcode(status)
 
 
 # -- namespaces (Linux) ------------------------------------------------------------------------
@@ -399,7 +400,7 @@ def _zygote_loop(control: socket.socket) -> None:
     statuses: dict[int, int] = {}
     while True:
         request, _ = _recv_json(control)
-        _collect(statuses)
+        _reap_children(statuses)
         if request is None or request.get("op") == "exit":
             kill_descendants(os.getpid())
             os._exit(0)
@@ -408,13 +409,8 @@ def _zygote_loop(control: socket.socket) -> None:
             deadline = time.monotonic() + float(request.get("wait", 0.5))
             while pid not in statuses and time.monotonic() < deadline:
                 time.sleep(0.01)
-                _collect(statuses)
+                _reap_children(statuses)
             _send_json(control, {"status": statuses.get(pid)})
-            continue
-        if request.get("op") == "cleanup":
-            kill_descendants(os.getpid())
-            _collect(statuses)
-            _send_json(control, {"ok": True})
             continue
         spec = WorkerSpec(**request["spec"])
         parent_end, child_end = socket.socketpair()
@@ -441,17 +437,6 @@ def _zygote_loop(control: socket.socket) -> None:
         _send_json(control, {"keeper": keeper, **details}, fds=[parent_end.fileno(), out_r])
         parent_end.close()
         os.close(out_r)
-
-
-def _collect(statuses: dict[int, int]) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        statuses[pid] = os.waitstatus_to_exitcode(status)
 
 
 class Zygote:
@@ -491,13 +476,6 @@ class Zygote:
             return None
         return None if reply is None else reply.get("status")
 
-    def cleanup(self) -> None:
-        try:
-            _send_json(self.control, {"op": "cleanup"})
-            _recv_json(self.control)
-        except OSError:
-            pass
-
     def close(self) -> None:
         try:
             _send_json(self.control, {"op": "exit"})
@@ -531,9 +509,3 @@ def describe_exit(code: int | None) -> str:
         return f"the submission process was killed by {name}"
     return f"the submission process exited with code {code}"
 
-
-def page_size() -> int:
-    return os.sysconf("SC_PAGE_SIZE")
-
-
-__all__ = ["WorkerSpec", "WorkerProcess", "Zygote", "descendants", "kill_descendants", "describe_exit", "errno", "Path"]

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from grader.authoring import BEGIN_MARKER, END_MARKER, cell_source, new_lab, read_notebook
 from grader.errors import GaplabsError, LabFormatError
-from grader.packing import MANIFEST_NAME, pack_labs, sha256_of, student_files, verify_pack
+from grader.packing import MANIFEST_NAME, pack_labs, sha256_of, student_files
+from grader.packs import PackError, verify_manifest
 from grader.registry import EXTRA_ROOTS_ENV, HOME_ENV, Lab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,17 +111,29 @@ def test_manifest_lists_every_file_with_its_sha256_and_verifies(lab, tmp_path):
     assert verify_pack(dest) == []
 
 
-def test_verify_pack_notices_tampering_extra_and_missing_files(lab, tmp_path):
+def verify_pack(root: Path) -> list[str]:
+    """The manifest check `labs fetch` runs, as a list of problems (empty when the pack is intact)."""
+    try:
+        verify_manifest(root, where=str(root))
+    except PackError as exc:
+        return [exc.what]
+    return []
+
+
+@pytest.mark.parametrize("tamper, problem", [
+    (lambda dest: (dest / "labs/demo-lab/public/data.csv").write_text("x,y\n9,9\n"),
+     "'labs/demo-lab/public/data.csv' does not match the manifest"),
+    (lambda dest: (dest / "labs/demo-lab/public/tiny/model.py").unlink(),
+     "the manifest lists 'labs/demo-lab/public/tiny/model.py' but the pack has no such file"),
+    (lambda dest: (dest / "labs/demo-lab/public/extra.py").write_text("print('surprise')\n"),
+     "'labs/demo-lab/public/extra.py' is in the pack but not in its manifest"),
+])
+def test_verify_pack_notices_tampering_extra_and_missing_files(lab, tmp_path, tamper, problem):
     dest = tmp_path / "students"
     pack_labs([lab], dest=dest, kind="student")
-    (dest / "labs/demo-lab/public/data.csv").write_text("x,y\n9,9\n")
-    (dest / "labs/demo-lab/public/extra.py").write_text("print('surprise')\n")
-    (dest / "labs/demo-lab/public/tiny/model.py").unlink()
-    assert verify_pack(dest) == [
-        "labs/demo-lab/public/data.csv: sha256 differs from the manifest",
-        "labs/demo-lab/public/tiny/model.py: listed but missing",
-        "labs/demo-lab/public/extra.py: present but not in the manifest",
-    ]
+    tamper(dest)
+    problems = verify_pack(dest)
+    assert len(problems) == 1 and problems[0].startswith(problem), problems
 
 
 def test_packing_twice_gives_the_same_manifest(lab, tmp_path):
